@@ -1,0 +1,102 @@
+"""Building blocks with PyTorch semantics shared by the networks: BatchNorm that updates its running
+statistics as torch does, torch-style initialisers, TF-'SAME' padding arithmetic and stochastic depth."""
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+PARAM_DTYPE = jnp.float32  # parameters and BatchNorm statistics stay float32 whatever the compute dtype
+
+# torchvision's conv init: kaiming_normal_(mode='fan_out', nonlinearity='relu'), i.e. N(0, 2 / fan_out)
+# with fan_out = out_channels * kh * kw; jax computes the same fan for an HWIO kernel.
+kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def torch_linear_init(fan_in: int):
+    """torch nn.Linear's default init for both weight and bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    (kaiming_uniform_(a=sqrt(5)) on the weight reduces to exactly this bound.)"""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=PARAM_DTYPE):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow 'SAME' padding for one spatial dim: output ceil(size / stride), the odd pixel of
+    padding goes after (bottom/right). Needed by networks whose weights were trained in TF."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm2d with torch semantics over the channel (last) axis.
+
+    `momentum` is Flax-style (weight of the old running value): 0.9 here is torch's 0.1. Train mode
+    normalises with the biased two-pass batch variance and folds the *unbiased* one into the running
+    variance, as torch does. Statistics are computed in float32 whatever `dtype` is.
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), PARAM_DTYPE)
+        bias = self.param("bias", nn.initializers.zeros, (features,), PARAM_DTYPE)
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), PARAM_DTYPE)
+        running_var = self.variable("batch_stats", "var", jnp.ones, (features,), PARAM_DTYPE)
+
+        x32 = x.astype(jnp.float32)
+        if train:
+            reduce_axes = tuple(range(x.ndim - 1))
+            count = math.prod(x.shape[:-1])
+            mean = jnp.mean(x32, axis=reduce_axes)
+            # two passes: the one-pass E[x^2] - E[x]^2 loses precision where |mean| >> std
+            var = jnp.mean(jnp.square(x32 - mean), axis=reduce_axes)
+            if not self.is_initializing():
+                unbiased_var = var * (count / max(count - 1, 1))
+                running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
+                running_var.value = self.momentum * running_var.value + (1 - self.momentum) * unbiased_var
+        else:
+            mean, var = running_mean.value, running_var.value
+
+        y = (x32 - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+        return y.astype(self.dtype)
+
+
+def conv(features: int, kernel: int, stride: int = 1, padding: Sequence[tuple[int, int]] | int = 0,
+         groups: int = 1, name: str | None = None, dtype=jnp.float32, kernel_init=kaiming_normal_fan_out):
+    """A bias-free conv with explicit padding (an int means the same on every side, as torch's)."""
+    if isinstance(padding, int):
+        padding = [(padding, padding), (padding, padding)]
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
+                   feature_group_count=groups, use_bias=False, kernel_init=kernel_init,
+                   dtype=dtype, param_dtype=PARAM_DTYPE, name=name)
+
+
+def classifier(num_classes: int, fan_in: int, name: str, dtype=jnp.float32):
+    """The linear head, initialised from torch nn.Linear's distribution so a new head starts as torch's."""
+    init = torch_linear_init(fan_in)
+    return nn.Dense(num_classes, kernel_init=init, bias_init=init, dtype=dtype,
+                    param_dtype=PARAM_DTYPE, name=name)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch per example, scaling survivors by 1/keep."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        if not train or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
