@@ -58,13 +58,15 @@ def display_names(root: str) -> tuple[str, ...]:
     names_file = pathlib.Path(root) / "class_names.txt"
     if names_file.is_file():
         lines = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
-        if len(lines) == len(folders):  # lines may start with their folder name: '000 pink primrose'
+        # Lines may start with their folder name: '000 pink primrose'.
+        if len(lines) == len(folders):
             return tuple(line.removeprefix(f"{name} ") for name, line in zip(folders, lines))
     return folders
 
 
 def _split_dirs(root: pathlib.Path) -> list[pathlib.Path]:
-    return sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith("."))
+    return sorted(path for path in root.iterdir()
+                  if path.is_dir() and not path.name.startswith("."))
 
 
 @functools.lru_cache(maxsize=None)

@@ -26,7 +26,7 @@ TFDS_SHUFFLE_BUFFER = 10_000  # examples (encoded) held for shuffling a tfds spl
 _ENDLESS = 2**62
 
 
-# --- public API ------------------------------------------------------------------------------------
+# --- public API -----------------------------------------------------------------------------------
 def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
     """Full global batches per pass over the train split; the remainder of each epoch's
     permutation is dropped (torch DataLoader's drop_last), so no batch spans two epochs."""
@@ -103,7 +103,7 @@ def global_batch(batch: dict[str, np.ndarray], sharding) -> dict:
             for key, value in batch.items()}
 
 
-# --- where each example goes ---------------------------------------------------------------------
+# --- where each example goes ----------------------------------------------------------------------
 class _Layout:
     """Global batch size B, local rows L, this process's index p and steps per epoch."""
 
@@ -245,7 +245,7 @@ def _pad_and_batch(real: tf.data.Dataset, padding_rows: int, local_batch: int, i
     return _finish(real.concatenate(padding).batch(local_batch), threads)
 
 
-# --- preprocessing from the config -------------------------------------------------------------------
+# --- preprocessing from the config ----------------------------------------------------------------
 def _train_image_fn(config, normalization: Normalization) -> Callable:
     """(encoded, key) -> image; `input.augment=False` gives eval preprocessing (parity tests)."""
     if not config.input.augment:
@@ -283,7 +283,7 @@ def _check_input_config(config) -> None:
         raise DataError("; ".join(problems) + ".")
 
 
-# --- plumbing --------------------------------------------------------------------------------------
+# --- plumbing -------------------------------------------------------------------------------------
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
     if process_index is None or process_count is None:
         import jax

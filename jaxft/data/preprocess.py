@@ -151,7 +151,8 @@ def normalize(image: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> 
 
 # --- the two recipes -----------------------------------------------------------------------------
 def train_image(encoded: tf.Tensor, seed: tf.Tensor, *, image_size: int,
-                scale: Sequence[float], ratio: Sequence[float], flip: bool, color_jitter_strength: float,
+                scale: Sequence[float], ratio: Sequence[float], flip: bool,
+                color_jitter_strength: float,
                 mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
     """RandomResizedCrop(image_size, scale, ratio) + RandomHorizontalFlip + ColorJitter +
     ToTensor + Normalize, as float32 [image_size, image_size, 3]."""

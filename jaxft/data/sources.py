@@ -152,12 +152,11 @@ def _tfds_source(name: str, data_dir: str | None, *, download: bool) -> TfdsSour
         builder.download_and_prepare()
     except Exception as error:  # network, manual-download or disk errors: one message for all
         instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) or ""
-        raise DatasetNotFoundError(
-            f"tfds could not download and prepare '{name}' into {target}: "
-            f"{_first_line(error)}. On a machine with network access run "
-            f"`tfds build {name} --data_dir {target}` and copy {target}/{name} here, or point "
-            f"config.dataset.data_dir at a folder that holds it. {instructions.strip()}"
-        ) from None
+        raise DatasetNotFoundError(" ".join([
+            f"tfds could not download and prepare '{name}' into {target}: {_first_line(error)}.",
+            f"On a machine with network access run `tfds build {name} --data_dir {target}` and "
+            f"copy {target}/{name} here, or point config.dataset.data_dir at a folder that holds "
+            f"it.", instructions.strip()]).strip()) from None
     return TfdsSource(builder)
 
 
