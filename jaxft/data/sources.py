@@ -150,6 +150,10 @@ def _tfds_source(name: str, data_dir: str | None, *, download: bool) -> TfdsSour
         raise DatasetNotFoundError(registry.manual_download_message(spec, target))
     try:
         builder.download_and_prepare()
+    except ModuleNotFoundError as error:  # tfds imports some download helpers lazily
+        raise DatasetNotFoundError(
+            f"tfds needs the Python package '{error.name}' to download and prepare '{name}': "
+            f"pip install {error.name.replace('_', '-')}") from None
     except Exception as error:  # network, manual-download or disk errors: one message for all
         instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) or ""
         raise DatasetNotFoundError(" ".join([
