@@ -7,6 +7,8 @@ SGD with momentum 0.9, learning rate 0.01, weight decay 1e-4 as torch L2 on ever
 import ml_collections
 from ml_collections import config_dict
 
+from jaxft import grid
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -71,5 +73,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.log_every_steps = 50
     config.eval_every_steps = -1  # -1: evaluate at the end only
     config.checkpoint_every_steps = 1000
+
+    # Hyperparameter grid: every axis empty means one run (see jaxft/grid.py, configs/paper_grid.py).
+    config.grid = grid.default_grid_config()
 
     return config

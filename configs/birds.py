@@ -1,0 +1,11 @@
+"""CUB-200-2011 (5,994 train / 5,794 test images, 200 classes) with the paper's recipe (Li et al.
+2020); variants (`:small`, `:elr`, `:single`) are described in configs/paper_grid.py."""
+from configs import default, paper_grid
+
+
+def get_config(variant: str = ""):
+    config = default.get_config()
+    config.dataset.name = "caltech_birds2011"
+    config.dataset.train_split = "train"
+    config.dataset.test_split = "test"
+    return paper_grid.apply_variant(config, variant)
