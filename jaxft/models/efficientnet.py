@@ -6,7 +6,7 @@ import dataclasses
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxft.models.layers import BatchNorm, DropPath, classifier, conv, tf_same_padding
+from jaxft.models.layers import BatchNorm, at_least_float32, DropPath, classifier, conv, tf_same_padding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,9 +126,9 @@ class EfficientNetLite(nn.Module):
         x = Blocks(self.stages, self.drop_path_rate, self.bn_momentum, self.dtype, name="_blocks")(x, train)
         x = conv(HEAD_FEATURES, 1, name="_conv_head", dtype=self.dtype)(x)
         x = nn.relu6(BatchNorm(self.bn_momentum, BN_EPSILON, self.dtype, name="_bn1")(x, train))
-        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+        features = jnp.mean(x.astype(at_least_float32(self.dtype)), axis=(1, 2))
         if return_features:
             return features
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
         head = classifier(self.num_classes, HEAD_FEATURES, name="_fc", dtype=self.dtype)
-        return head(x.astype(self.dtype)).astype(jnp.float32)
+        return head(x.astype(self.dtype)).astype(at_least_float32(self.dtype))

@@ -14,6 +14,12 @@ PARAM_DTYPE = jnp.float32  # parameters and BatchNorm statistics stay float32 wh
 kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def at_least_float32(dtype) -> jnp.dtype:
+    """Where statistics, pooled features and logits are kept: float32 for bfloat16/float32 compute,
+    float64 for float64 (which the exact gradient tests use)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def torch_linear_init(fan_in: int):
     """torch nn.Linear's default init for both weight and bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     (kaiming_uniform_(a=sqrt(5)) on the weight reduces to exactly this bound.)"""
@@ -38,7 +44,7 @@ class BatchNorm(nn.Module):
 
     `momentum` is Flax-style (weight of the old running value): 0.9 here is torch's 0.1. Train mode
     normalises with the biased two-pass batch variance and folds the *unbiased* one into the running
-    variance, as torch does. Statistics are computed in float32 whatever `dtype` is.
+    variance, as torch does. Statistics are computed in float32 (float64 for float64 inputs).
     """
 
     momentum: float = 0.9
@@ -53,21 +59,22 @@ class BatchNorm(nn.Module):
         running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), PARAM_DTYPE)
         running_var = self.variable("batch_stats", "var", jnp.ones, (features,), PARAM_DTYPE)
 
-        x32 = x.astype(jnp.float32)
-        if train:
-            reduce_axes = tuple(range(x.ndim - 1))
-            count = math.prod(x.shape[:-1])
-            mean = jnp.mean(x32, axis=reduce_axes)
-            # two passes: the one-pass E[x^2] - E[x]^2 loses precision where |mean| >> std
-            var = jnp.mean(jnp.square(x32 - mean), axis=reduce_axes)
-            if not self.is_initializing():
-                unbiased_var = var * (count / max(count - 1, 1))
-                running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
-                running_var.value = self.momentum * running_var.value + (1 - self.momentum) * unbiased_var
-        else:
-            mean, var = running_mean.value, running_var.value
+        x32 = x.astype(at_least_float32(x.dtype))
+        if not train:
+            y = (x32 - running_mean.value) * (scale * jax.lax.rsqrt(running_var.value + self.epsilon)) + bias
+            return y.astype(self.dtype)
 
-        y = (x32 - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+        reduce_axes = tuple(range(x.ndim - 1))
+        mean = jnp.mean(x32, axis=reduce_axes)
+        centered = x32 - mean
+        # two passes: the one-pass E[x^2] - E[x]^2 loses precision where |mean| >> std
+        var = jnp.mean(jnp.square(centered), axis=reduce_axes)
+        y = centered * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+        if not self.is_initializing():
+            count = math.prod(x.shape[:-1])
+            unbiased_var = var * (count / max(count - 1, 1))
+            running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
+            running_var.value = self.momentum * running_var.value + (1 - self.momentum) * unbiased_var
         return y.astype(self.dtype)
 
 

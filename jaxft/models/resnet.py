@@ -6,7 +6,7 @@ from functools import partial
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxft.models.layers import BatchNorm, classifier, conv
+from jaxft.models.layers import BatchNorm, at_least_float32, classifier, conv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +136,8 @@ class ResNet(nn.Module):
             x = ResNetStage(block, num_blocks, 64 * 2**stage, 1 if stage == 0 else 2, norm,
                             self.spec.groups, self.spec.width_per_group, self.dtype,
                             name=f"layer{stage + 1}")(x, train)
-        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+        features = jnp.mean(x.astype(at_least_float32(self.dtype)), axis=(1, 2))
         if return_features:
             return features
         head = classifier(self.num_classes, features.shape[-1], name="fc", dtype=self.dtype)
-        return head(features.astype(self.dtype)).astype(jnp.float32)
+        return head(features.astype(self.dtype)).astype(at_least_float32(self.dtype))
