@@ -36,10 +36,13 @@ def report_worst_ratios(request):
     """Shows the measured ratios after this file's tests, whatever pytest's output capture."""
     yield
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and WORST_RATIOS:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or not WORST_RATIOS:
+        return
+    with capture.global_and_fixture_disabled():
         reporter.write_line("\nworst max|diff| / max|torch| per check:")
         for key, ratio in sorted(WORST_RATIOS.items()):
-            reporter.write_line(f"  {key:45s} {ratio:.3g}")
+            reporter.write_line(f"  {key:52s} {ratio:.3g}")
 
 
 @pytest.fixture(autouse=True)
