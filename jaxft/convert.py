@@ -323,7 +323,8 @@ def main(argv=None) -> int:
         prog="python -m jaxft.convert",
         description="Convert a PyTorch checkpoint to a Flax msgpack that jaxft loads without torch.")
     parser.add_argument("model", help="network name, e.g. resnet101 or efficientnet_lite0")
-    parser.add_argument("source", help="'torchvision:<WeightsEnum>', 'efficientnet_lite0' or a .pth/.pt/.safetensors file")
+    parser.add_argument("source", help="'torchvision:<WeightsEnum>', 'efficientnet_lite0' "
+                                       "or a .pth/.pt/.safetensors file")
     parser.add_argument("out", help="output .msgpack path")
     args = parser.parse_args(argv)
     try:

@@ -206,8 +206,8 @@ def test_torchvision_download_failure_names_the_url(monkeypatch):
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_output_loads_without_torch_and_gives_identical_logits(tmp_path):
     out = tmp_path / "lite0.msgpack"
-    result = subprocess.run([sys.executable, "-m", "jaxft.convert", "efficientnet_lite0", "efficientnet_lite0", str(out)],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "jaxft.convert", "efficientnet_lite0", "efficientnet_lite0", str(out)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
 
     x = np.random.RandomState(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
@@ -221,7 +221,8 @@ def test_cli_output_loads_without_torch_and_gives_identical_logits(tmp_path):
         from jaxft.models import get_model
         variables = load_checkpoint({str(out)!r}, "efficientnet_lite0")
         model = get_model("efficientnet_lite0", 1000)
-        np.save({str(tmp_path / "logits.npy")!r}, np.asarray(model.apply(variables, np.load({str(tmp_path / "x.npy")!r}))))
+        logits = model.apply(variables, np.load({str(tmp_path / "x.npy")!r}))
+        np.save({str(tmp_path / "logits.npy")!r}, np.asarray(logits))
     """)
     result = subprocess.run([sys.executable, "-c", loader], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
