@@ -23,15 +23,19 @@ def _check_name(name: str) -> None:
 
 
 def get_model(name: str, num_classes: int, dtype=jnp.float32, bn_momentum: float = 0.9,
-              dropout_rate: float | None = None, drop_path_rate: float | None = None) -> nn.Module:
+              dropout_rate: float | None = None, drop_path_rate: float | None = None,
+              depthwise: str = "auto") -> nn.Module:
     """The Flax module for `name`. `bn_momentum` is Flax-style (0.9 == torch's 0.1). `dropout_rate` and
-    `drop_path_rate` default (None) to the family's reference values; ResNets have neither."""
+    `drop_path_rate` default (None) to the family's reference values; ResNets have neither. `depthwise`
+    picks EfficientNet's depthwise-convolution implementation ('auto', 'shifted', 'grouped'; same
+    parameters and results either way, see `layers.DepthwiseConv`)."""
     _check_name(name)
     if name == "efficientnet_lite0":
         return EfficientNetLite(
             num_classes=num_classes, dtype=dtype, bn_momentum=bn_momentum,
             dropout_rate=DEFAULT_DROPOUT_RATE if dropout_rate is None else dropout_rate,
-            drop_path_rate=DEFAULT_DROP_PATH_RATE if drop_path_rate is None else drop_path_rate)
+            drop_path_rate=DEFAULT_DROP_PATH_RATE if drop_path_rate is None else drop_path_rate,
+            depthwise=depthwise)
     for option, value in (("dropout_rate", dropout_rate), ("drop_path_rate", drop_path_rate)):
         if value:  # None or 0.0 both mean 'none', which is what torchvision's ResNets have
             raise ValueError(f"{name} has no {option}; leave it unset (or 0.0) for ResNets")

