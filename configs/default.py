@@ -7,7 +7,7 @@ SGD with momentum 0.9, learning rate 0.01, weight decay 1e-4 as torch L2 on ever
 import ml_collections
 from ml_collections import config_dict
 
-from jaxft import grid
+from jaxft import grid, similarity
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -76,5 +76,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Hyperparameter grid: every axis empty means one run (see jaxft/grid.py, configs/paper_grid.py).
     config.grid = grid.default_grid_config()
+    # Domain similarity to the source (jaxft/similarity.py); the grid can centre its
+    # effective-learning-rate axis on it (config.grid.center_on_similarity).
+    config.similarity = similarity.default_similarity_config()
 
     return config

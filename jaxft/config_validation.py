@@ -9,7 +9,7 @@ class ConfigError(ValueError):
     """A config field holds a value jaxft cannot run with."""
 
 
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "float64")
 WEIGHT_DECAY_MODES = ("l2", "decoupled", "l2sp")
 DECAY_MASKS = ("all", "kernels")
 SCHEDULES = ("step", "cosine", "constant")
@@ -21,6 +21,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     _one_of(config, "model", models.MODEL_NAMES)
     _one_of(config, "dtype", DTYPES)
+    if config.dtype == "float64":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            _fail("dtype", config.dtype, "'float32' or 'bfloat16', or 'float64' with 64-bit JAX "
+                  "enabled (JAX_ENABLE_X64=1)")
     _positive(config, "input.image_size")
     _in_range(config, "input.crop_fraction", 0.0, 1.0, low_open=True)
     _positive(config, "batch_size")

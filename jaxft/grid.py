@@ -50,6 +50,9 @@ def default_grid_config() -> ml_collections.ConfigDict:
     grid.batched = False  # True: K points per compiled program, stacked on a grid axis
     grid.points_per_program = 0  # K; 0 picks the largest K that fits in memory
     grid.max_points_per_program = 16
+    # True: the effective-learning-rate axis becomes the values the target's domain similarity
+    # suggests (jaxft/similarity.py), replacing any learning-rate axis.
+    grid.center_on_similarity = False
     return grid
 
 
@@ -80,6 +83,8 @@ def has_grid(config: ml_collections.ConfigDict) -> bool:
 def expand(config: ml_collections.ConfigDict) -> list[Point]:
     """The product of the non-empty axes, in AXES order."""
     axes = [(axis, tuple(config.grid.get(axis, ()))) for axis in AXES]
+    if config.grid.get("center_on_similarity", False):
+        axes = _centered_on_similarity(axes, config)
     axes = [(axis, values) for axis, values in axes if values]
     names = {axis for axis, _ in axes}
     for first, second in (("learning_rate", "effective_learning_rate"),
@@ -92,6 +97,15 @@ def expand(config: ml_collections.ConfigDict) -> list[Point]:
             raise GridError(f"config.grid.{axis} repeats a value: {values}")
     return [Point(tuple(zip([a for a, _ in axes], combo)))
             for combo in itertools.product(*[values for _, values in axes])]
+
+
+def _centered_on_similarity(axes: list, config) -> list:
+    from jaxft import similarity
+
+    values = similarity.centered_effective_learning_rates(config)
+    logging.info("Grid centred on domain similarity: effective learning rates %s.", values)
+    axes = [(a, v) for a, v in axes if a not in ("learning_rate", "effective_learning_rate")]
+    return axes + [("effective_learning_rate", tuple(values))]
 
 
 def point_config(config: ml_collections.ConfigDict, point: Point) -> ml_collections.ConfigDict:
@@ -141,6 +155,14 @@ def append_record(path: pathlib.Path, record: dict) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _record(results: pathlib.Path, record: dict) -> None:
+    """Appends a finished point and mirrors all records to results.csv."""
+    from jaxft import report
+
+    append_record(results, record)
+    report.write_csv(report.load_records(results), results.with_suffix(".csv"))
 
 
 def repair_records(path: pathlib.Path) -> None:
@@ -197,7 +219,7 @@ def _run_sequential(config, todo: list[Point], workdir, results, progress) -> No
         run_config = point_config(config, point)
         logging.info("Grid point %s", point.id)
         summary = train.train_and_evaluate(run_config, workdir / "points" / point.id)
-        append_record(results, record_for(point, summary, run_config))
+        _record(results, record_for(point, summary, run_config))
         progress.finished(1, summary["wall_time_s"])
 
 
@@ -222,7 +244,7 @@ def _run_batched(config, points: list[Point], done: set[str], workdir, results,
                 base, [p.runtime_values() for p in chunk], workdir / "programs" / name)
             for point, summary in zip(chunk, summaries):
                 if point.id not in done:
-                    append_record(results, record_for(point, summary, point_config(config, point)))
+                    _record(results, record_for(point, summary, point_config(config, point)))
             progress.finished(len(missing), summaries[0]["wall_time_s"])
 
 

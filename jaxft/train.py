@@ -28,7 +28,9 @@ from clu import metric_writers, periodic_actions
 from jaxft import checkpoints, config_validation, convert, data, metrics, models, optim
 from jaxft import mesh as mesh_lib
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# 'float64' (needs JAX_ENABLE_X64=1) is for numerical studies and the equivalence tests: it makes
+# parameters, optimizer state and compute float64, so float32 rounding cannot flip a ReLU.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 
 
 @flax.struct.dataclass
@@ -57,11 +59,13 @@ def initial_variables(config: ml_collections.ConfigDict, model, rng: jax.Array) 
     size = config.input.image_size
     fresh = jax.jit(lambda key: model.init(key, jnp.zeros((1, size, size, 3)), train=False))(rng)
     fresh = jax.tree.map(np.asarray, flax.core.unfreeze(fresh))
-    if not config.pretrained:
-        return fresh
-    pretrained = convert.pretrained_variables(
-        config.pretrained, config.model, cache_dir=os.path.expanduser(config.cache_dir))
-    return convert.replace_head(pretrained, fresh, config.model)
+    if config.pretrained:
+        pretrained = convert.pretrained_variables(
+            config.pretrained, config.model, cache_dir=os.path.expanduser(config.cache_dir))
+        fresh = convert.replace_head(pretrained, fresh, config.model)
+    if config.dtype == "float64":
+        fresh = jax.tree.map(lambda x: x.astype(np.float64), fresh)
+    return fresh
 
 
 def total_steps_for(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
@@ -71,8 +75,9 @@ def total_steps_for(config: ml_collections.ConfigDict, steps_per_epoch: int) -> 
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy in float32, as torch's `nn.CrossEntropyLoss`."""
-    logits = logits.astype(jnp.float32)
+    """Mean softmax cross-entropy in float32 (float64 for float64 logits), as torch's
+    `nn.CrossEntropyLoss`."""
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
