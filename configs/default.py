@@ -7,7 +7,7 @@ SGD with momentum 0.9, learning rate 0.01, weight decay 1e-4 as torch L2 on ever
 import ml_collections
 from ml_collections import config_dict
 
-from jaxft import grid, similarity
+from jaxft import distributed, grid, similarity
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -79,5 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Domain similarity to the source (jaxft/similarity.py); the grid can centre its
     # effective-learning-rate axis on it (config.grid.center_on_similarity).
     config.similarity = similarity.default_similarity_config()
+    # Multi-host runs (TPU pods, multi-node GPU): jax.distributed.initialize() before training.
+    config.distributed = distributed.default_distributed_config()
 
     return config

@@ -1,7 +1,8 @@
 """Command line: `python -m jaxft.main --config configs/flowers.py --workdir runs/flowers`.
 
 Parses flags and dispatches: a config with a grid runs the whole grid, any other config one
-fine-tuning run. Config fields are overridden with `--config.optimizer.momentum=0` and the like.
+fine-tuning run. Config fields are overridden with `--config.optimizer.momentum=0` and the like;
+`--config.distributed.initialize=True` joins the processes of a multi-host run first.
 """
 # torchvision segfaults when imported after tensorflow on some machines; converting torchvision
 # weights needs it, so it is imported first whenever it is installed.
@@ -28,11 +29,12 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.INFO)
-    from jaxft import errors, grid, train
+    from jaxft import distributed, errors, grid, train
 
     config = _CONFIG.value
     workdir = _WORKDIR.value or f"runs/{_config_name()}"
     try:
+        distributed.initialize(config)  # first: nothing may touch a device before it
         if grid.has_grid(config):
             grid.run_grid(config, workdir)
         else:
