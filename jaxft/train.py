@@ -392,7 +392,8 @@ def estimate_point_bytes(config: ml_collections.ConfigDict) -> int:
     model = create_model(config, info.num_classes)
     size = config.input.image_size
     image = jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jnp.float32)
-    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), image, train=False))
+    # The image goes in as an argument: eval_shape traces only its arguments into abstract values.
+    variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), image)
     # Plain L2 with runtime momentum has the state layout of every mode but L2-SP, which also
     # keeps its anchor (one more copy of the parameters) in each point's state.
     tx = optim.sgd(0.1, 0.9, weight_decay=1e-4, runtime_momentum=True)
