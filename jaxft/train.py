@@ -269,7 +269,8 @@ class _Runner:
                 tick, timed_from = time.perf_counter(), step
             progress(step)
             if step % log_every == 0 or step == self.total_steps:
-                last = _mean_metrics(jax.device_get(pending))
+                # fetch, not device_get: a point's metrics may live on another host's devices
+                last = _mean_metrics(mesh_lib.fetch(pending))
                 pending = []
                 now = time.perf_counter()
                 timer = _Timer(timer.seconds + now - tick - paused,
