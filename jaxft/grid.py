@@ -14,6 +14,7 @@ import time
 from typing import Any, Iterable
 
 import ml_collections
+import numpy as np
 from absl import logging
 
 # Grid axis -> the config field it sets. The order is the order of the product (and of ids).
@@ -158,9 +159,12 @@ def append_record(path: pathlib.Path, record: dict) -> None:
 
 
 def _record(results: pathlib.Path, record: dict) -> None:
-    """Appends a finished point and mirrors all records to results.csv."""
+    """Appends a finished point and mirrors all records to results.csv (process 0 only: every
+    process of a multi-host grid trains every point, and one record per point is wanted)."""
     from jaxft import report
 
+    if not _writes_files():
+        return
     append_record(results, record)
     report.write_csv(report.load_records(results), results.with_suffix(".csv"))
 
@@ -195,7 +199,8 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> p
     workdir.mkdir(parents=True, exist_ok=True)
     points = expand(config)
     results = workdir / RESULTS_FILE
-    repair_records(results)
+    if _writes_files():
+        repair_records(results)  # the others skip a partial line when they read the records
     done = finished_ids(results)
     todo = [p for p in points if p.id not in done]
     logging.info("Grid: %d points, %d already recorded, %d to run (%s).", len(points),
@@ -206,7 +211,7 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> p
         _run_batched(config, points, done, workdir, results, progress)
     else:
         _run_sequential(config, todo, workdir, results, progress)
-    report_path = report.write_report(workdir)
+    report_path = report.write_report(workdir) if _writes_files() else workdir / "report.md"
     logging.info("Grid finished: %d records in %s; report in %s.", len(points), results,
                  report_path)
     return results
@@ -276,10 +281,28 @@ def choose_points_per_program(config, group_size: int, cap: int) -> int:
     per_point = train.estimate_point_bytes(config)
     free = _free_device_bytes()
     fits = max(1, int(0.5 * free // max(per_point, 1)))
-    size = max(1, min(group_size, cap, fits))
+    size = _smallest_over_processes(max(1, min(group_size, cap, fits)))
     logging.info("Batched grid: about %.0f MiB per point, %.0f MiB free: %d points per program.",
                  per_point / 2**20, free / 2**20, size)
     return size
+
+
+def _writes_files() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _smallest_over_processes(value: int) -> int:
+    """The smallest of every process's `value`: hosts differ in free memory, but all must cut
+    the grid into the same programs, and each program must fit on every host."""
+    import jax
+
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.process_allgather(np.int32(value)).min())
 
 
 def _free_device_bytes() -> int:

@@ -20,8 +20,13 @@ GRID_AXIS = "grid"
 
 def grid_mesh(num_points: int = 1, devices=None) -> Mesh:
     """A (data, grid) mesh over every device. The grid axis takes the largest share of each
-    process's devices that divides `num_points`, so a point's devices never span processes."""
-    devices = np.asarray(jax.devices() if devices is None else devices).reshape(-1)
+    process's devices that divides `num_points`, so a point's devices never span processes.
+
+    Devices are ordered by process, so process p's devices hold the p-th block of the data axis:
+    its rows of each batch (see jaxft/data/pipeline.py) then stay on its own devices."""
+    if devices is None:
+        devices = sorted(jax.devices(), key=lambda device: (device.process_index, device.id))
+    devices = np.asarray(devices).reshape(-1)
     local = devices.size // jax.process_count()
     grid = math.gcd(max(1, num_points), local)
     return Mesh(devices.reshape(devices.size // grid, grid), (DATA_AXIS, GRID_AXIS))
