@@ -81,6 +81,33 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+def initial_state(variables: dict, tx: optax.GradientTransformation,
+                  rng: jax.Array) -> TrainState:
+    """Step 0 of a run from `variables` (params, batch_stats) and a fresh optimizer state."""
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(variables["params"]),
+        rng=rng,
+        diverged=jnp.zeros((), bool),
+    )
+
+
+def stack_points(state: TrainState, base: dict,
+                 points: Sequence[dict]) -> tuple[TrainState, list[dict]]:
+    """K copies of `state` (numpy, on a leading grid axis), each with its point's runtime
+    hyperparameters set, and each point's resolved values (`optim.resolve_point(base, point)`,
+    `base` being `optim.from_config`'s dict). A `jax.vmap(make_train_step(...), in_axes=(0,
+    None))` steps all K on one batch; `tx` must keep its momentum buffer (runtime_momentum)."""
+    resolved = [optim.resolve_point(base, point) for point in points]
+    stacked = jax.tree.map(lambda x: np.stack([np.asarray(x)] * len(resolved)), state)
+    values = {key: np.asarray([r[key] for r in resolved], np.float64)  # set_hyperparams casts
+              for key in optim.RUNTIME_HYPERPARAMS}
+    opt_state = optim.set_hyperparams(stacked.opt_state, **values)
+    return stacked.replace(opt_state=opt_state), resolved
+
+
 def make_train_step(model, tx: optax.GradientTransformation) -> Callable:
     """A pure `(state, batch) -> (state, metrics)`; the caller jits it (or vmaps, then jits).
 
@@ -194,18 +221,11 @@ class _Runner:
             steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
             params=variables["params"], anchor_params=variables["params"],
             head_name=models.head_name(config.model), runtime_momentum=self.stacked)
-        state = TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=variables["params"],
-            batch_stats=variables.get("batch_stats", {}),
-            opt_state=tx.init(variables["params"]),
-            rng=state_rng,
-            diverged=jnp.zeros((), bool),
-        )
+        state = initial_state(variables, tx, state_rng)
         train_step = make_train_step(self.model, tx)
         eval_step = make_eval_step(self.model, self.info.num_classes)
         if self.stacked:
-            state, self.hyperparams = self._stack(state, hyperparams)
+            state, self.hyperparams = stack_points(state, hyperparams, self.points)
             state = mesh_lib.shard_points(state, self.mesh)
             train_step = jax.vmap(train_step, in_axes=(0, None))
             eval_step = jax.vmap(eval_step, in_axes=(0, None))
@@ -215,15 +235,6 @@ class _Runner:
         self.state = state
         self.train_step = jax.jit(train_step, donate_argnums=0)
         self.eval_step = jax.jit(eval_step)
-
-    def _stack(self, state: TrainState, base: dict):
-        """K copies of `state`, each with its point's runtime hyperparameters set."""
-        resolved = [optim.resolve_point(base, point) for point in self.points]
-        stacked = jax.tree.map(lambda x: np.stack([np.asarray(x)] * len(resolved)), state)
-        values = {key: np.asarray([r[key] for r in resolved], np.float32)
-                  for key in optim.RUNTIME_HYPERPARAMS}
-        opt_state = optim.set_hyperparams(stacked.opt_state, **values)
-        return stacked.replace(opt_state=opt_state), resolved
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> list[dict]:
