@@ -50,8 +50,9 @@ def restore_variables(workdir: pathlib.Path) -> dict:
     path = workdir / "checkpoints" / str(step) / "default"
     checkpointer = ocp.StandardCheckpointer()
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-                          checkpointer.metadata(path).item_metadata)
+    target = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+        checkpointer.metadata(path).item_metadata)
     restored = checkpointer.restore(path, target)
     return {"params": restored["params"], "batch_stats": restored["batch_stats"]}
 
