@@ -363,7 +363,7 @@ class _Runner:
         images_per_sec = timer.rate() * self.config.batch_size
         scalars = {"images_per_sec": images_per_sec}
         for key, value in last.items():
-            value = np.asarray(value).reshape(-1)
+            value = _summary_values(value)
             if self.stacked:
                 scalars.update({f"point_{i}/{key}": float(v) for i, v in enumerate(value)})
             else:
@@ -426,6 +426,14 @@ def estimate_point_bytes(config: ml_collections.ConfigDict) -> int:
 # --------------------------------------------------------------------------------------------
 # Small helpers.
 # --------------------------------------------------------------------------------------------
+def _summary_values(value) -> np.ndarray:
+    """Flat float64 values TensorBoard (float32) can take: a float64 run's finite loss beyond
+    float32's range, e.g. of a diverging point, becomes +-inf instead of failing the write."""
+    value = np.asarray(value, np.float64).reshape(-1)
+    limit = np.finfo(np.float32).max
+    return np.where(np.abs(value) > limit, np.copysign(np.inf, value), value)
+
+
 def tensorboard_writer(workdir: pathlib.Path) -> metric_writers.MetricWriter:
     """TensorBoard event files in `workdir` (process 0 only); the console gets our own lines."""
     if jax.process_index() > 0:
