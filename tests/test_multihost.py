@@ -133,3 +133,14 @@ def test_process_zero_alone_writes_logs_and_metrics(runs):
     assert (two / "checkpoints" / str(STEPS)).is_dir()
     metrics = json.loads((two / "train_metrics.json").read_text())
     assert metrics["step"] == STEPS
+
+
+def test_a_bad_process_id_is_one_clear_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxft.main", "--config", "tests/configs/tiny.py",
+         f"--workdir={tmp_path}", "--config.distributed.initialize=True",
+         "--config.distributed.num_processes=2", "--config.distributed.process_id=5"],
+        cwd=REPO, env=cpu_env(1), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "config.distributed.process_id = 5 is not valid" in result.stderr
