@@ -82,14 +82,15 @@ def expected_layout(model_name: str, num_classes: int = 1000) -> dict[str, tuple
     return layout
 
 
-def _as_numpy(value) -> np.ndarray:
+def _as_numpy(value, dtype=np.float32) -> np.ndarray:
+    """Floating-point values as `dtype` (float32 unless a float64 study asks for float64)."""
     if hasattr(value, "detach"):  # a torch tensor; torch itself is not imported here
         value = value.detach().cpu()
         if value.is_floating_point():
-            value = value.float()  # numpy has no bfloat16
+            value = value.double() if dtype == np.float64 else value.float()  # numpy has no bfloat16
         value = value.numpy()
     array = np.asarray(value)
-    return array.astype(np.float32) if np.issubdtype(array.dtype, np.floating) else array
+    return array.astype(dtype) if np.issubdtype(array.dtype, np.floating) else array
 
 
 def _matches_skip(key: str, skip) -> bool:
@@ -121,12 +122,14 @@ def _mismatch_message(model_name, missing, unexpected, misshaped) -> str:
 
 
 # ------------------------------------------------------------------------------------ conversion
-def convert_state_dict(state_dict: Mapping, model_name: str, *, skip=(), num_classes: int | None = None):
+def convert_state_dict(state_dict: Mapping, model_name: str, *, skip=(), num_classes: int | None = None,
+                       dtype=np.float32):
     """{'params', 'batch_stats'} for `model_name` from a torch state_dict (tensors or numpy arrays).
 
     Strict: raises CheckpointMismatchError listing every missing, unexpected and mis-shaped key.
     `skip` names key prefixes (e.g. ('fc',)) left out of both the checkpoint and the result.
-    `num_classes` defaults to the checkpoint head's output size."""
+    `num_classes` defaults to the checkpoint head's output size. Floats come out as `dtype`
+    (float32; np.float64 keeps a float64 model's values exactly, for equivalence tests)."""
     skip = (skip,) if isinstance(skip, str) else tuple(skip)
     state_dict = {key: value for key, value in state_dict.items()
                   if not key.endswith(IGNORED_TORCH_SUFFIXES) and not _matches_skip(key, skip)}
@@ -140,7 +143,7 @@ def convert_state_dict(state_dict: Mapping, model_name: str, *, skip=(), num_cla
     misshaped, flat = [], {}
     for key in sorted(set(layout) & set(state_dict)):
         collection, path, want_shape = layout[key]
-        array = _to_flax_layout(_as_numpy(state_dict[key]))
+        array = _to_flax_layout(_as_numpy(state_dict[key], dtype))
         if tuple(array.shape) != want_shape:
             misshaped.append((key, _torch_shape(array.shape), _torch_shape(want_shape)))
         flat[(collection,) + path] = array
