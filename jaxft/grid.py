@@ -206,11 +206,14 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> p
     logging.info("Grid: %d points, %d already recorded, %d to run (%s).", len(points),
                  len(points) - len(todo), len(todo),
                  "batched" if config.grid.batched else "one after another")
-    progress = _GridProgress(total=len(points), done=len(points) - len(todo))
-    if config.grid.batched:
-        _run_batched(config, points, done, workdir, results, progress)
-    else:
-        _run_sequential(config, todo, workdir, results, progress)
+    progress = _GridProgress(total=len(points), done=len(points) - len(todo), workdir=workdir)
+    try:
+        if config.grid.batched:
+            _run_batched(config, points, done, workdir, results, progress)
+        else:
+            _run_sequential(config, todo, workdir, results, progress)
+    finally:
+        progress.close()
     report_path = report.write_report(workdir) if _writes_files() else workdir / "report.md"
     logging.info("Grid finished: %d records in %s; report in %s.", len(points), results,
                  report_path)
@@ -316,23 +319,37 @@ def _free_device_bytes() -> int:
 
 @dataclasses.dataclass
 class _GridProgress:
-    """Points done and an ETA for the whole grid, on the console."""
+    """Points done and an ETA for the whole grid, on the console and in TensorBoard
+    (`grid/points_done`, `grid/eta_minutes` in the grid's workdir, step = points done)."""
 
     total: int
     done: int
+    workdir: pathlib.Path | None = None
     seconds: float = 0.0
     timed_points: int = 0
     started: float = dataclasses.field(default_factory=time.time)
+    writer: Any = None
 
     def finished(self, count: int, wall_time: float) -> None:
+        from jaxft.train import format_seconds, tensorboard_writer
+
         self.done += count
         self.timed_points += count
         self.seconds = time.time() - self.started
-        per_point = self.seconds / self.timed_points
-        from jaxft.train import format_seconds
-
+        eta = self.seconds / self.timed_points * (self.total - self.done)
         logging.info("Grid progress: %d/%d points done, ETA %s.", self.done, self.total,
-                     format_seconds(per_point * (self.total - self.done)))
+                     format_seconds(eta))
+        if self.workdir is not None:
+            if self.writer is None:
+                self.writer = tensorboard_writer(self.workdir)
+            self.writer.write_scalars(self.done, {"grid/points_done": self.done,
+                                                  "grid/points_total": self.total,
+                                                  "grid/eta_minutes": eta / 60})
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _format(value) -> str:

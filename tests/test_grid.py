@@ -74,12 +74,26 @@ def sequential(tiny_flowers, tmp_path_factory):
     return workdir, records_by_point(workdir)
 
 
+def grid_progress_in_tensorboard(workdir: pathlib.Path) -> list[int]:
+    """The `grid/points_done` values written to the grid's own event files."""
+    import tensorflow as tf
+
+    values = []
+    for path in sorted(workdir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == "grid/points_done":
+                    values.append(int(tf.make_ndarray(value.tensor)))
+    return values
+
+
 def test_sequential_grid_records_and_report(sequential):
     workdir, records = sequential
     assert set(records) == {"m=0.9,lr=0.01", "m=0.9,lr=0.001", "m=0,lr=0.01", "m=0,lr=0.001"}
     assert records["m=0,lr=0.01"]["effective_learning_rate"] == pytest.approx(0.01)
     assert records["m=0.9,lr=0.01"]["effective_learning_rate"] == pytest.approx(0.1)
     assert (workdir / "results.csv").exists() and (workdir / "report.md").exists()
+    assert grid_progress_in_tensorboard(workdir) == [1, 2, 3, 4]
     # Each point's record is its own run's summary.
     summary = json.loads((workdir / "points" / "m=0,lr=0.001" / "summary.json").read_text())
     assert records["m=0,lr=0.001"]["test_top1_error"] == summary["test_top1_error"]

