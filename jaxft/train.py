@@ -246,8 +246,8 @@ class _Runner:
         self.state = manager.restore_or(self.state)
         start_step = int(np.asarray(mesh_lib.fetch(self.state.step)).reshape(-1)[0])
         logging.info(
-            "%s on %s (%s): %d classes, %d steps of %d images (%d steps per epoch), %d device(s)%s.",
-            config.model, config.dataset.name, self.info.source, self.info.num_classes,
+            "%s on %s: %d classes, %d steps of %d images (%d steps per epoch), %d device(s)%s.",
+            config.model, _dataset_label(config.dataset.name, self.info.source), self.info.num_classes,
             self.total_steps, config.batch_size, self.steps_per_epoch, self.mesh.devices.size,
             f", {len(self.points)} grid points in one program" if self.stacked else "")
         if start_step:
@@ -432,6 +432,10 @@ def _summary_values(value) -> np.ndarray:
     value = np.asarray(value, np.float64).reshape(-1)
     limit = np.finfo(np.float32).max
     return np.where(np.abs(value) > limit, np.copysign(np.inf, value), value)
+
+
+def _dataset_label(name: str, source: str) -> str:
+    return name if source == name else f"{name} ({source})"
 
 
 def tensorboard_writer(workdir: pathlib.Path) -> metric_writers.MetricWriter:
