@@ -1,5 +1,6 @@
 """The README's demo: EfficientNet-Lite0 with its real ImageNet weights fine-tuned on Oxford
-Flowers-102 at 112 px with a short schedule, about 10 minutes on a 2-core CPU.
+Flowers-102 at 112 px with a short schedule, about 10 minutes on a 2-core CPU (measured 10m55s with
+other jobs on the machine: 15.8 train images/s, test top-1 error 20.77%, mean class error 17.70%).
 
 Flowers comes through tfds (downloaded on first use) or, offline, from an image folder:
 `make demo DATA=../shared/data/oxford_flowers102` (train on train+validation, test on test).
