@@ -10,11 +10,11 @@ except (RuntimeError, ValueError):  # already initialised, or no such device typ
 
 from jaxft.data.errors import BadImageError, DataError, DatasetNotFoundError  # noqa: E402
 from jaxft.data.pipeline import (  # noqa: E402
-    eval_batches, global_batch, steps_per_epoch, train_batches)
+    eval_batches, steps_per_epoch, train_batches)
 from jaxft.data.registry import SPECS, DatasetSpec  # noqa: E402
 from jaxft.data.sources import DatasetInfo, dataset_info  # noqa: E402
 
 __all__ = [
     "BadImageError", "DataError", "DatasetInfo", "DatasetNotFoundError", "DatasetSpec", "SPECS",
-    "dataset_info", "eval_batches", "global_batch", "steps_per_epoch", "train_batches",
+    "dataset_info", "eval_batches", "steps_per_epoch", "train_batches",
 ]

@@ -94,15 +94,6 @@ def eval_batches(config: ml_collections.ConfigDict, *, split: str | None = None,
     return _explained(_numpy(dataset), None, 0)
 
 
-def global_batch(batch: dict[str, np.ndarray], sharding) -> dict:
-    """This process's rows of a batch -> global jax arrays laid out by `sharding` (e.g.
-    `NamedSharding(mesh, PartitionSpec('data'))`); every process calls it with its own rows."""
-    import jax
-
-    return {key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
-            for key, value in batch.items()}
-
-
 # --- where each example goes ----------------------------------------------------------------------
 class _Layout:
     """Global batch size B, local rows L, this process's index p and steps per epoch."""
