@@ -3,8 +3,8 @@
 
 Global batch layout: step s of the global stream is a batch of `config.batch_size` examples, and
 process p of P yields rows [p * L, (p + 1) * L) of it, L = batch_size // P. With the mesh's data
-axis laid over processes in order, `jax.make_array_from_process_local_data` (see `jaxft.mesh.global_batch`)
-assembles exactly that global batch.
+axis laid over processes in order, `jax.make_array_from_process_local_data` (see
+`jaxft.mesh.global_batch`) assembles exactly that global batch.
 """
 from __future__ import annotations
 
