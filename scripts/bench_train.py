@@ -155,7 +155,7 @@ def worker(connection, side: str, args, cpus) -> None:
 
 
 def main() -> None:
-    arguments = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    arguments = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     arguments.add_argument("--model", default="resnet18")
     arguments.add_argument("--image-size", type=int, default=112)
     arguments.add_argument("--batch-size", type=int, default=32)
