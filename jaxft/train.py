@@ -128,7 +128,9 @@ def make_train_step(model, tx: optax.GradientTransformation) -> Callable:
             state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        diverged = state.diverged | ~jnp.isfinite(loss)
+        # The loss is of the old parameters; the update that first overflows them is caught by
+        # checking the new ones too, so a frozen state is the last finite one.
+        diverged = state.diverged | ~jnp.isfinite(loss) | ~_all_finite(params)
         keep_old = lambda new, old: jax.tree.map(  # noqa: E731
             lambda n, o: jnp.where(diverged, o, n), new, old)
         new_state = state.replace(
@@ -432,6 +434,10 @@ def _summary_values(value) -> np.ndarray:
     value = np.asarray(value, np.float64).reshape(-1)
     limit = np.finfo(np.float32).max
     return np.where(np.abs(value) > limit, np.copysign(np.inf, value), value)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
 def _dataset_label(name: str, source: str) -> str:

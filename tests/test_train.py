@@ -183,6 +183,8 @@ def test_divergence_stops_the_run(tiny_flowers, tmp_path):
     assert summary["steps"] < 40
     assert np.isnan(summary["test_top1_error"]) and np.isnan(summary["test_mean_class_error"])
     assert json.loads((tmp_path / "summary.json").read_text())["diverged"] is True
+    # frozen at the last finite state, not at the update that overflowed
+    assert all(np.isfinite(leaf).all() for leaf in leaves(final_params(tmp_path)))
 
 
 def test_a_misspelt_config_field_is_one_clear_line():
