@@ -228,7 +228,7 @@ def _run_sequential(config, todo: list[Point], workdir, results, progress) -> No
         logging.info("Grid point %s", point.id)
         summary = train.train_and_evaluate(run_config, workdir / "points" / point.id)
         _record(results, record_for(point, summary, run_config))
-        progress.finished(1, summary["wall_time_s"])
+        progress.finished(1)
 
 
 def _run_batched(config, points: list[Point], done: set[str], workdir, results,
@@ -253,7 +253,7 @@ def _run_batched(config, points: list[Point], done: set[str], workdir, results,
             for point, summary in zip(chunk, summaries):
                 if point.id not in done:
                     _record(results, record_for(point, summary, point_config(config, point)))
-            progress.finished(len(missing), summaries[0]["wall_time_s"])
+            progress.finished(len(missing))
 
 
 def _groups(points: Iterable[Point]) -> list[tuple[tuple, list[Point]]]:
@@ -325,18 +325,16 @@ class _GridProgress:
     total: int
     done: int
     workdir: pathlib.Path | None = None
-    seconds: float = 0.0
     timed_points: int = 0
     started: float = dataclasses.field(default_factory=time.time)
     writer: Any = None
 
-    def finished(self, count: int, wall_time: float) -> None:
+    def finished(self, count: int) -> None:
         from jaxft.train import format_seconds, tensorboard_writer
 
         self.done += count
         self.timed_points += count
-        self.seconds = time.time() - self.started
-        eta = self.seconds / self.timed_points * (self.total - self.done)
+        eta = (time.time() - self.started) / self.timed_points * (self.total - self.done)
         logging.info("Grid progress: %d/%d points done, ETA %s.", self.done, self.total,
                      format_seconds(eta))
         if self.workdir is not None:
