@@ -264,17 +264,25 @@ def _table2_section(records, best, default, varying) -> list[str]:
             + _table(header, rows, bold) + [""])
 
 
+def best_per_cell(records, cell_of) -> dict:
+    """{cell_of(record): best finished record of that cell, or None if every one there diverged}."""
+    cells: dict = {}
+    for record in records:
+        key = cell_of(record)
+        incumbent = cells.get(key)
+        if finished(record) and (incumbent is None or top1(record) < top1(incumbent)):
+            cells[key] = record
+        else:
+            cells.setdefault(key, None)
+    return cells
+
+
 def best_by(records, group) -> dict[float, dict[float, dict | None]]:
     """{group value: {momentum: best finished record, or None if every one there diverged}}."""
     table: dict[float, dict[float, dict | None]] = {}
-    for record in records:
-        cell = table.setdefault(grouping_key(group(record)), {})
-        momentum = grouping_key(record["momentum"])
-        incumbent = cell.get(momentum)
-        if finished(record) and (incumbent is None or top1(record) < top1(incumbent)):
-            cell[momentum] = record
-        else:
-            cell.setdefault(momentum, None)
+    cells = best_per_cell(records, lambda r: (grouping_key(group(r)), grouping_key(r["momentum"])))
+    for (value, momentum), record in cells.items():
+        table.setdefault(value, {})[momentum] = record
     return table
 
 

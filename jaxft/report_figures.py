@@ -9,8 +9,8 @@ import pathlib
 
 import numpy as np
 
-from jaxft.report import (compact, effective_learning_rate, effective_weight_decay, finished,
-                          grouping_key, top1)
+from jaxft.report import (best_per_cell, compact, effective_learning_rate, effective_weight_decay,
+                          finished, grouping_key, top1)
 
 HEATMAP_FILE = "error_lr_momentum.png"
 ELR_FILE = "error_vs_effective_lr.png"
@@ -94,17 +94,9 @@ def _cell_edges(centres: np.ndarray) -> np.ndarray:
 
 def _cells(records, decay) -> dict[tuple, dict | None]:
     """{(lr, m): best finished record at this weight decay, or None if all there diverged}."""
-    cells: dict[tuple, dict | None] = {}
-    for record in records:
-        if grouping_key(record["weight_decay"]) != decay:
-            continue
-        key = (grouping_key(record["learning_rate"]), grouping_key(record["momentum"]))
-        incumbent = cells.get(key)
-        if finished(record) and (incumbent is None or top1(record) < top1(incumbent)):
-            cells[key] = record
-        else:
-            cells.setdefault(key, None)
-    return cells
+    at_decay = [r for r in records if grouping_key(r["weight_decay"]) == decay]
+    return best_per_cell(at_decay, lambda r: (grouping_key(r["learning_rate"]),
+                                              grouping_key(r["momentum"])))
 
 
 @dataclasses.dataclass(frozen=True)
