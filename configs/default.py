@@ -19,6 +19,10 @@ def get_config() -> ml_collections.ConfigDict:
     # a .pth/.safetensors/.msgpack path, or '' to train from scratch.
     config.pretrained = "torchvision:ResNet101_Weights.IMAGENET1K_V1"
     config.cache_dir = "~/.cache/jaxft"  # converted weights land here, so training needs no torch
+    # Keep compiled XLA programs in <cache_dir>/xla (jaxft.main): every grid point after the first
+    # and every resumed run reuse them instead of compiling again (the hyperparameters are run-time
+    # values, so all points of a grid share one program).
+    config.compilation_cache = True
     config.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16' (parameters stay float32)
     config.bn_momentum = 0.9  # Flax sense (torch 0.1); the paper's default (MXNet 0.9), App. C
 

@@ -35,6 +35,7 @@ def main(argv) -> None:
     workdir = _WORKDIR.value or f"runs/{_config_name()}"
     try:
         distributed.initialize(config)  # first: nothing may touch a device before it
+        train.use_compilation_cache(config)  # before the first compilation
         if grid.has_grid(config):
             grid.run_grid(config, workdir)
         else:

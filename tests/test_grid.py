@@ -99,6 +99,22 @@ def test_sequential_grid_records_and_report(sequential):
     assert records["m=0,lr=0.001"]["test_top1_error"] == summary["test_top1_error"]
 
 
+def test_grid_points_share_one_compiled_program(tiny_flowers, tmp_path):
+    """Through jaxft.main the compiled programs persist in <cache_dir>/xla; the points differ
+    only in run-time hyperparameters, so the second point compiles nothing new."""
+    from tests.test_train import run_cli
+
+    cache, workdir = tmp_path / "cache", tmp_path / "grid"
+    result = run_cli("--config", "tests/configs/tiny.py", f"--workdir={workdir}",
+                     f"--config.dataset.name=folder:{tiny_flowers}", f"--config.cache_dir={cache}",
+                     "--config.grid.learning_rate=(0.1, 0.01)", env={"JAX_COMPILATION_CACHE_DIR": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert set(records_by_point(workdir)) == {"lr=0.1", "lr=0.01"}
+    programs = sorted(path.name.split("-")[0] for path in (cache / "xla").iterdir())
+    assert programs.count("jit_train_step") == 1, programs
+    assert programs.count("jit_eval_step") == 1, programs
+
+
 FLOAT64_GRIDS = """
 import torch, sys, pathlib
 sys.path.insert(0, '.')
