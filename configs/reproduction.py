@@ -5,12 +5,11 @@ hours on one CPU core.
 
 Variants (`--config configs/reproduction.py:<variant>`):
 
-  flowers, caltech101            the main grid: momentum {0.9, 0} x learning rate {0.1, 0.05,
-                                 0.01, 0.005, 0.001} x weight decay {1e-4, 0} (torch L2), 20
-                                 points. It holds three effective-learning-rate pairs: eta' =
-                                 lr / (1 - m) is 0.1 at (m 0, lr 0.1) and (m 0.9, lr 0.01), 0.05
-                                 at (m 0, lr 0.05) and (m 0.9, lr 0.005), and 0.01 at (m 0, lr
-                                 0.01) and (m 0.9, lr 0.001).
+  flowers, caltech101            the main grid: momentum {0.9, 0} x learning rate {0.5, 0.1,
+                                 0.05, 0.01, 0.005, 0.001} x weight decay {1e-4, 0} (torch L2),
+                                 24 points. It holds four effective-learning-rate pairs: eta' =
+                                 lr / (1 - m) is the same at (m 0, lr x) and (m 0.9, lr x / 10)
+                                 for x = 0.5, 0.1, 0.05 and 0.01.
   flowers_l2sp, caltech101_l2sp  L2 against L2-SP at the main grid's best momentum and learning
                                  rate (BEST below, read off the main grid's report): L2-SP at
                                  alpha {1e-4, 1e-2} and L2 at 1e-2 (L2 at 1e-4 is in the main grid).
@@ -27,7 +26,7 @@ from jaxft import grid
 
 DATA_DIR = "../shared/data"
 MOMENTA = (0.9, 0.0)
-LEARNING_RATES = (0.1, 0.05, 0.01, 0.005, 0.001)
+LEARNING_RATES = (0.5, 0.1, 0.05, 0.01, 0.005, 0.001)
 WEIGHT_DECAYS = (1e-4, 0.0)
 
 DATASETS = {
