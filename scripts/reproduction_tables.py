@@ -18,7 +18,8 @@ DATASETS = {"flowers": "Flowers (validation)", "caltech101": "Caltech-101 (test)
 
 
 def records(experiment: str) -> list[dict]:
-    path = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ROOT) / experiment / report.RESULTS_FILE
+    root = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT
+    path = root / experiment / report.RESULTS_FILE
     return report.load_records(path) if path.is_file() else []
 
 
@@ -102,11 +103,14 @@ def weight_decay_noise() -> str:
     lines = []
     for name, title in DATASETS.items():
         rows = {setting(r): r for r in records(name) if report.finished(r)}
-        gaps = [abs(report.top1(rows[(m, lr, 1e-4)]) - report.top1(rows[(m, lr, 0.0)]))
-                for m, lr, wd in rows if wd == 0.0 and (m, lr, 1e-4) in rows]
+        diffs = [report.top1(rows[(m, lr, 1e-4)]) - report.top1(rows[(m, lr, 0.0)])
+                 for m, lr, wd in rows if wd == 0.0 and (m, lr, 1e-4) in rows]
+        gaps = [abs(d) for d in diffs]
         if gaps:
-            lines.append(f"- {title}: {len(gaps)} pairs, mean {sum(gaps) / len(gaps):.2f}, "
-                         f"largest {max(gaps):.2f} points.")
+            lower, higher = sum(d < 0 for d in diffs), sum(d > 0 for d in diffs)
+            lines.append(f"- {title}: {len(gaps)} pairs, |difference| mean "
+                         f"{sum(gaps) / len(gaps):.2f}, largest {max(gaps):.2f} points; wd 1e-4 "
+                         f"lower in {lower}, higher in {higher}.")
     return "\n".join(lines)
 
 

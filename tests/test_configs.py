@@ -49,7 +49,7 @@ def test_reproduction_grids_are_the_documented_ones():
                 eta = round(values["learning_rate"] / (1 - values["momentum"]), 10)
                 elr.setdefault(eta, set()).add(values["momentum"])
         pairs = sorted(eta for eta, momenta in elr.items() if momenta == {0.0, 0.9})
-        assert pairs == [0.01, 0.05, 0.1, 0.5]  # equal eta' at m = 0 and m = 0.9, as the docstring says
+        assert pairs == [0.01, 0.05, 0.1, 0.5]  # equal eta' at m 0 and 0.9, as documented
         assert len(grid.expand(reproduction.get_config(f"{name}_l2sp"))) == 4
     with pytest.raises(ValueError, match="choose one of"):
         reproduction.get_config("dogs")
