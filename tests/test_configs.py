@@ -53,3 +53,23 @@ def test_reproduction_grids_are_the_documented_ones():
         assert len(grid.expand(reproduction.get_config(f"{name}_l2sp"))) == 4
     with pytest.raises(ValueError, match="choose one of"):
         reproduction.get_config("dogs")
+
+
+def test_reproduction_write_up_shows_what_its_records_give():
+    """Every table of docs/reproduction.md is what scripts/reproduction_tables.py prints from the
+    committed records: the write-up cannot drift from the runs."""
+    import re
+    import subprocess
+    import sys
+
+    printed = subprocess.run([sys.executable, "scripts/reproduction_tables.py"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout
+    sections = re.findall(r"### .+?\n\n(.*?)\n(?=\n### |\Z)", printed + "\n", re.S)
+    assert len(sections) == 5
+
+    def flat(text):
+        return "\n".join(line.strip() for line in text.strip().splitlines())
+
+    write_up = flat((REPO / "docs" / "reproduction.md").read_text())
+    for section in sections:
+        assert flat(section) in write_up, section
