@@ -34,7 +34,9 @@ EVAL_BOUNDS = {"resnet18": 1.5e-2, "resnet50": 1.5e-2, LITE0: 6e-2}
 # steps. Training then drifts apart as float32 runs with different rounding do (see
 # tests/test_parity.py), so only the first steps are compared.
 FINE_TUNING_STEPS = 3
-LOSS_BOUND = 5e-2  # measured 4.3e-3, 1.7e-2, 2.0e-2
+# Measured 4.3e-3, 1.7e-2, 2.0e-2, and on a later image set and library versions 3.6e-3, 7.1e-3,
+# 5.4e-2: by the third step the runs have started to part, by an amount that depends on the inputs.
+LOSS_BOUND = 1e-1
 # The first update's ||bf16 - f32|| / ||f32|| is large for any bfloat16 BatchNorm network:
 # train-mode BatchNorm's backward subtracts batch means from bfloat16 cotangents and cancels
 # most of their digits. torch's own bfloat16 autocast loses as much (measured: torch 0.80,
