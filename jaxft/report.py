@@ -200,7 +200,9 @@ def _row(cells: list[str], bold: bool = False) -> str:
     return "| " + " | ".join(f"**{c}**" if bold and c else c for c in cells) + " |"
 
 
-def _table(header: list[str], rows: list[list[str]], bold_rows: set[int] = frozenset()) -> list:
+def markdown_table(header: list[str], rows: list[list[str]],
+                   bold_rows: set[int] = frozenset()) -> list[str]:
+    """A Markdown table's lines; the rows in `bold_rows` are set in bold."""
     lines = [_row(header), _row(["---"] * len(header))]
     lines += [_row(cells, i in bold_rows) for i, cells in enumerate(rows)]
     return lines
@@ -261,7 +263,7 @@ def _table2_section(records, best, default, varying) -> list[str]:
     return (["## All points (the paper's Table 2 layout)", "",
              "Sorted as in the paper: momentum, learning rate, weight decay, each descending. "
              "The best point is in bold; diverged points are kept and marked.", ""]
-            + _table(header, rows, bold) + [""])
+            + markdown_table(header, rows, bold) + [""])
 
 
 def best_per_cell(records, cell_of) -> dict:
@@ -325,7 +327,7 @@ def _elr_section(records, varying) -> list[str]:
     lines = ["## Best error per effective learning rate", "",
              "Each cell is the lowest top-1 error (%) at that η′ and momentum over every other "
              "setting (the setting that reached it in brackets); an empty cell was not run.",
-             ""] + _table(header, rows) + [""]
+             ""] + markdown_table(header, rows) + [""]
     return lines + [_equal_elr_verdict(records, table, len(momenta)), ""]
 
 

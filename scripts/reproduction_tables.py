@@ -26,15 +26,11 @@ def records(experiment: str) -> list[dict]:
 def cell(record: dict | None, metric: str = "test_top1_error") -> str:
     if record is None:
         return "—"
-    if not report.finished(record):
-        return "diverged"
-    return f"{report.number(record[metric]):.2f}"
+    return report.error_text(record[metric]) if report.finished(record) else "diverged"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    return "\n".join(report.markdown_table(header, rows))
 
 
 def setting(record: dict) -> tuple:
