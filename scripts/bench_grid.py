@@ -18,7 +18,6 @@ round counts.
 """
 import torch  # noqa: F401 - before jax/tensorflow: the other order crashes on some machines
 
-import argparse
 import itertools
 import json
 import os
@@ -28,27 +27,23 @@ import time
 
 import numpy as np
 
+import bench_common
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LEARNING_RATES = (0.01, 0.005, 0.002, 0.001, 0.02, 0.05, 0.0005, 0.1)
 MOMENTA = (0.9, 0.0)
 
 
 def main() -> None:
-    arguments = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    arguments.add_argument("--model", default="resnet18")
-    arguments.add_argument("--image-size", type=int, default=112)
-    arguments.add_argument("--batch-size", type=int, default=32)
-    arguments.add_argument("--num-classes", type=int, default=102)
+    arguments = bench_common.parser(__doc__.split("\n\n")[0])
     arguments.add_argument("--points", type=int, default=4, help="K, at most 16")
     arguments.add_argument("--steps", type=int, default=5, help="N, timed steps per round")
-    arguments.add_argument("--rounds", type=int, default=2)
     arguments.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                            help="gpu: JAX's default backend (the accelerator if there is one)")
     arguments.add_argument("--threads", type=int, default=None,
                            help="CPUs XLA may use (its thread pool follows the affinity)")
-    arguments.add_argument("--output", type=pathlib.Path, help="append a JSON line here")
     args = arguments.parse_args()
-    cpus = sorted(os.sched_getaffinity(0))[:args.threads or None]
+    cpus = bench_common.allowed_cpus(args.threads)
     os.sched_setaffinity(0, cpus)
     if args.device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"

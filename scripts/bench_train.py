@@ -18,7 +18,6 @@ import torch  # noqa: I001 - torch before jax/tensorflow, the other order crashe
 import torch.nn.functional as F
 import torchvision
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -27,6 +26,8 @@ import sys
 import time
 
 import numpy as np
+
+import bench_common
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LITE0 = "efficientnet_lite0"
@@ -139,13 +140,8 @@ def worker(connection, side: str, args, cpus) -> None:
 
 
 def main() -> None:
-    arguments = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    arguments.add_argument("--model", default="resnet18")
-    arguments.add_argument("--image-size", type=int, default=112)
-    arguments.add_argument("--batch-size", type=int, default=32)
-    arguments.add_argument("--num-classes", type=int, default=102)
+    arguments = bench_common.parser(__doc__.split("\n\n")[0])
     arguments.add_argument("--steps", type=int, default=10, help="timed steps per round")
-    arguments.add_argument("--rounds", type=int, default=2)
     arguments.add_argument("--warmup", type=int, default=2, help="untimed steps per side")
     arguments.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                            help="gpu: JAX's default accelerator and torch's cuda (if available)")
@@ -154,9 +150,8 @@ def main() -> None:
                                 "for torch); default every CPU this process may use")
     arguments.add_argument("--depthwise", nargs="+", default=["shifted", "grouped"],
                            help="Lite0's jaxft depthwise implementations to time")
-    arguments.add_argument("--output", type=pathlib.Path, help="append a JSON line here")
     args = arguments.parse_args()
-    cpus = sorted(os.sched_getaffinity(0))[:args.threads or None]
+    cpus = bench_common.allowed_cpus(args.threads)
 
     names = ["torch"] + ([f"jaxft:{d}" for d in args.depthwise] if args.model == LITE0
                          else ["jaxft"])
